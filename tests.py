@@ -1,0 +1,22 @@
+"""The test suite: ``python -m unittest tests.py`` (or ``python tests.py``).
+
+The cases live in ``testsuite/test_*.py``, one module per part of the package; this file
+collects them so the one documented command runs everything.
+"""
+
+import sys
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_tests(loader: unittest.TestLoader, standard_tests, pattern):
+    suite = unittest.TestSuite()
+    suite.addTests(loader.discover(str(HERE / "testsuite"), pattern="test_*.py",
+                                   top_level_dir=str(HERE)))
+    return suite
+
+
+if __name__ == "__main__":
+    sys.exit(unittest.main(module=__name__))
