@@ -110,7 +110,8 @@ class Daemon:
         self.scheduler.every(self.interval_minutes).minutes.do(self._run_cycle)
         log.info("daemon started: a cycle now, then every %g minutes (Ctrl-C to stop)",
                  self.interval_minutes)
-        self._run_cycle()
+        # run_all() runs the job now and schedules the next run from its end, like every run.
+        self.scheduler.run_all()
         while not self.stop.is_set():
             idle = self.scheduler.idle_seconds
             if idle is None:  # no job left (cannot happen, but never spin)
