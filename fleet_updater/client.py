@@ -232,7 +232,7 @@ def _retries_used(response: requests.Response) -> int:
 
 
 class ProfileClient:
-    """Puts profiles on players. Thread-safe: each worker thread gets its own session.
+    """Puts profiles on players. Thread-safe: threads share one pool of ``pool_size`` connections.
 
     Use as a context manager, or call ``close()``, to release the connections.
     """
@@ -244,7 +244,7 @@ class ProfileClient:
                  sleeper: Sleeper = time.sleep, verify: bool | str = True,
                  extra_headers: Mapping[str, str] | None = None,
                  rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, pool_size: int = 16):
         problem = validate_api_url(api_url)
         if problem:
             raise ConfigError(problem)
@@ -267,34 +267,27 @@ class ProfileClient:
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 self._verify = bundle
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._headers_cache: tuple[int, dict[str, str]] | None = None
+        self.pool_size = max(1, pool_size)
+        self._session, self._transport = self._open()
+        self._template: tuple[Any, requests.PreparedRequest, str] | None = None
 
-    # -- sessions ---------------------------------------------------------------------
+    # -- connections ------------------------------------------------------------------
 
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.trust_env = False
-            session.proxies = dict(self._proxies)
-            session.verify = self._verify
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=self._retry)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.headers.clear()
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+    def _open(self) -> tuple[requests.Session, HTTPAdapter]:
+        """The one session and adapter, shared by every thread: urllib3's pool is thread-safe."""
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies = dict(self._proxies)
+        session.verify = self._verify
+        # pool_block: a thread never opens a connection beyond the pool, it waits for one.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, pool_block=True,
+                              max_retries=self._retry)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session, adapter
 
     def close(self) -> None:
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._session.close()
 
     def __enter__(self) -> "ProfileClient":
         return self
@@ -303,10 +296,7 @@ class ProfileClient:
         self.close()
 
     def _headers(self, generation: int, credentials: Any) -> dict[str, str]:
-        cached = self._headers_cache
-        if cached is not None and cached[0] == generation:
-            return cached[1]
-        headers = {
+        return {
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
@@ -314,8 +304,25 @@ class ProfileClient:
             "x-client-id": credentials.client_id,
             "x-authentication-token": credentials.token,
         }
-        self._headers_cache = (generation, headers)
-        return headers
+
+    def _prepared(self, mac: str, profile: Profile, generation: int,
+                  credentials: Any) -> requests.PreparedRequest:
+        """The PUT for ``mac``: a copy of a request prepared once per profile and credentials.
+
+        Preparing a request (URL parsing, header and body checks, merging session
+        settings) costs more CPU than sending it; only the URL differs between players.
+        """
+        key = (generation, profile.body)
+        cached = self._template
+        if cached is None or cached[0] != key:
+            template = requests.Request(
+                "PUT", f"{self.api_url}/profiles/clientId:00:00:00:00:00:00", data=profile.body,
+                headers=self._headers(generation, credentials)).prepare()
+            prefix = template.url.rsplit("clientId:", 1)[0] + "clientId:"
+            cached = self._template = (key, template, prefix)
+        prepared = cached[1].copy()
+        prepared.url = cached[2] + mac
+        return prepared
 
     def url_for(self, mac: str) -> str:
         if canonical_mac(mac) != mac:
@@ -341,10 +348,11 @@ class ProfileClient:
                 return result(Outcome.SKIPPED if attempts == 0 else Outcome.UNAUTHORIZED,
                               401 if attempts else None, "credentials rejected: cycle stopped")
             try:
-                response = self._session().request(
-                    "PUT", url, data=profile.body,
-                    headers=self._headers(generation, credentials),
-                    timeout=self.timeout, allow_redirects=False,
+                # The adapter is requests' transport API: the session's extras (hooks,
+                # cookies, redirects) are not wanted here, and skipping them saves CPU.
+                response = self._transport.send(
+                    self._prepared(mac, profile, generation, credentials),
+                    timeout=self.timeout, verify=self._verify, proxies=self._proxies,
                 )
             except StopRequested:
                 return result(Outcome.SKIPPED if attempts == 0 else Outcome.FAILED, None,
@@ -391,7 +399,7 @@ class ProfileClient:
         """The profile the API holds for ``mac`` (the bundled mock serves GET; the real API may not)."""
         generation, credentials = self.credentials.current()
         try:
-            response = self._session().get(self.url_for(mac), headers=self._headers(generation, credentials),
+            response = self._session.get(self.url_for(mac), headers=self._headers(generation, credentials),
                                            timeout=self.timeout, allow_redirects=False)
         except requests.exceptions.RequestException as exc:
             return {"error": describe_exception(exc)}

@@ -281,6 +281,12 @@ class StateStore:
                 (now, profile_digest, csv_digest, listed, invalid, duplicates))
         return int(cursor.lastrowid)
 
+    def last_cycle_status(self) -> str | None:
+        """How the last finished cycle ended (done, stopped, rejected, crashed), if any."""
+        row = self.db.execute("SELECT status FROM cycles WHERE status != 'running' "
+                              "ORDER BY id DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def end_cycle(self, cycle_id: int, now: float, status: str, exit_status: int,
                   counts: dict[str, int]) -> None:
         with self.db:

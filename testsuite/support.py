@@ -52,6 +52,7 @@ class Seen:
     path: str
     headers: dict
     body: bytes
+    peer: tuple = ()
 
 
 class ScriptedServer:
@@ -76,7 +77,7 @@ class ScriptedServer:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                seen = Seen(self.command, self.path, dict(self.headers), body)
+                seen = Seen(self.command, self.path, dict(self.headers), body, self.client_address)
                 with outer.lock:
                     index = len(outer.seen)
                     outer.seen.append(seen)
@@ -105,6 +106,7 @@ class ScriptedServer:
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
+            request_queue_size = 128  # the default, 5, drops a burst of connects
 
             def handle_error(self, request, client_address):
                 pass  # a client that gave up (timeout tests) is expected here

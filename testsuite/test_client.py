@@ -99,14 +99,11 @@ class WireTest(ClientTestCase):
     def test_connections_are_reused(self):
         with ScriptedServer(contract_script()) as server:
             client = self.client(server)
-            ports = set()
             for _ in range(5):
                 client.put_profile(MAC, PROFILE)
-            # One thread, one session, one keep-alive connection.
-            for session in client._sessions:
-                for pool in session.get_adapter(server.url).poolmanager.pools._container.values():
-                    ports.add(pool.num_connections)
-            self.assertEqual(ports, {1})
+            ports = {seen.peer[1] for seen in server.seen}
+            self.assertEqual(len(server.seen), 5)
+            self.assertEqual(len(ports), 1, "one keep-alive connection for 5 requests")
 
     def test_non_canonical_mac_never_reaches_a_url(self):
         with ScriptedServer(contract_script()) as server:

@@ -139,12 +139,27 @@ class OnceTest(CycleTestCase):
         self.assertEqual(code, 0, err)
         self.assertGreater(len(server.seen), len(MACS))
 
-    def test_rejected_credentials_stop_the_fleet_after_one_request(self):
+    def test_rejected_credentials_cost_one_wave_then_one_request_per_cycle(self):
+        self.write_players(MACS * 1 + [f"c1:bb:cc:dd:{i // 256:02x}:{i % 256:02x}" for i in range(500)])
         with ScriptedServer(contract_script(token="another-token")) as server:
-            code, _, err = self.main("--once", "--workers", "16", server=server)
-        self.assertEqual(code, 3)
-        self.assertEqual(len(server.seen), 1, "a rejected fleet costs one request")
-        self.assertIn("credentials rejected", err)
+            code, _, err = self.main("--once", "--workers", "8", server=server)
+            self.assertEqual(code, 3)
+            self.assertLessEqual(len(server.seen), 8, "at most one wave of a 530-player fleet")
+            self.assertIn("credentials rejected", err)
+            self.assertIn("skipped", err)
+            # After a rejected cycle, the next one sends a canary first: one request.
+            before = server.count()
+            code, _, _ = self.main("--once", "--workers", "8", server=server)
+            self.assertEqual(code, 3)
+            self.assertEqual(server.count() - before, 1)
+
+    def test_canary_answered_then_the_fleet_goes(self):
+        with ScriptedServer(contract_script(token="another-token")) as server:
+            self.main("--once", server=server)
+        with ScriptedServer() as server:
+            code, _, err = self.main("--once", server=server)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(sorted(put_paths(server)), sorted(MACS))
 
     def test_rotated_token_is_picked_up_mid_cycle(self):
         rotated = "rotated-token-9"
