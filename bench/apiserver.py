@@ -8,7 +8,8 @@ same. Run it in its own process::
 
     python bench/apiserver.py --port 0 --latency-ms 100
 
-It prints ``listening on http://127.0.0.1:PORT`` and serves until killed.
+It prints ``listening on http://127.0.0.1:PORT`` and serves until killed. ``GET /_stats``
+answers its request count and CPU seconds, so a benchmark can show it is not the bottleneck.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import json
 import re
 import selectors
 import sys
+import time
 
 MAC_PATH = re.compile(rb"/profiles/clientId:[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
 UNAUTHORIZED = (b'{"statusCode":401,"error":"Unauthorized",'
@@ -81,6 +84,10 @@ class Connection(asyncio.Protocol):
 
     def answer(self, method: bytes, path: bytes, headers: dict, body: bytes) -> None:
         api = self.api
+        if path == b"/_stats":  # for the benchmark: how much this server has worked
+            stats = json.dumps({"requests": api.requests, "cpu_seconds": time.process_time()})
+            self.write(response(200, b"OK", stats.encode()))
+            return
         api.requests += 1
         ok = hmac.compare_digest(headers.get(b"x-client-id", b""), api.client_id)
         ok &= hmac.compare_digest(headers.get(b"x-authentication-token", b""), api.token)

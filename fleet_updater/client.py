@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -262,8 +263,9 @@ class ProfileClient:
         # The environment (proxies, CA bundle) is read once here, not on every request.
         self._proxies = requests.utils.get_environ_proxies(self.api_url)
         self._verify = verify
-        if verify is True:
-            import os
+        if verify is True and self.api_url.startswith("https:"):
+            # As requests does with trust_env, but read once. (Only for https: requests
+            # stats a CA bundle path on every request, which plain http does not need.)
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 self._verify = bundle

@@ -94,13 +94,15 @@ class _ResultSink:
     """Collects results on the cycle's thread: counts, failures, batched state writes."""
 
     def __init__(self, report: CycleReport, state: StateStore, digest: str,
-                 wall: Callable[[], float], clock: Callable[[], float], progress: Progress):
+                 wall: Callable[[], float], clock: Callable[[], float], progress: Progress,
+                 keep_for_report: bool):
         self.report = report
         self.state = state
         self.digest = digest
         self.wall = wall
         self.clock = clock
         self.progress = progress
+        self.keep_for_report = keep_for_report
         self.pending: list[PlayerResult] = []
         self.last_flush = clock()
 
@@ -123,7 +125,7 @@ class _ResultSink:
     def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, []
-            self.state.record(batch, self.digest, self.wall())
+            self.state.record(batch, self.digest, self.wall(), self.keep_for_report)
         self.last_flush = self.clock()
 
 
@@ -171,7 +173,8 @@ def run_cycle(settings: Settings, state: StateStore, *, stop: threading.Event | 
                  report.cycle_id, report.roster["removed"])
 
     progress = Progress(report.planned, live_line(), clock=clock)
-    sink = _ResultSink(report, state, profile.digest, wall, clock, progress)
+    sink = _ResultSink(report, state, profile.digest, wall, clock, progress,
+                       keep_for_report=settings.report is not None)
     client = client_factory(
         settings.api_url, credentials, timeout=settings.timeout, retries=settings.retries,
         backoff=settings.backoff, retry_after_cap=settings.retry_after_max,

@@ -79,7 +79,8 @@ CREATE TEMP TABLE IF NOT EXISTS results (
 _RECORD_PLAYER = """
 INSERT INTO players (mac, applied_digest, last_outcome, last_status, last_message,
                      consecutive_failures, failing_since, first_seen, last_attempt, last_success)
-VALUES (:mac, :applied, :outcome, :status, :message, :failed, :failing_since, :now, :now, :success)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)  -- mac, applied digest, outcome, status, message,
+                                      -- failed (0/1), failing since, first seen, attempt, success
 ON CONFLICT(mac) DO UPDATE SET
     applied_digest       = COALESCE(excluded.applied_digest, players.applied_digest),
     last_outcome         = excluded.last_outcome,
@@ -95,7 +96,7 @@ ON CONFLICT(mac) DO UPDATE SET
 
 _RECORD_RESULT = """
 INSERT OR REPLACE INTO temp.results (mac, outcome, status, message, attempts, duration)
-VALUES (:mac, :outcome, :status, :message, :attempts, :duration)
+VALUES (?, ?, ?, ?, ?, ?)
 """
 
 
@@ -229,31 +230,25 @@ class StateStore:
 
     # -- results ----------------------------------------------------------------------
 
-    def record(self, results: Iterable[PlayerResult], digest: str, now: float) -> None:
-        """Write a batch of results in one transaction."""
+    def record(self, results: Iterable[PlayerResult], digest: str, now: float,
+               keep_for_report: bool = True) -> None:
+        """Write a batch of results in one transaction (and keep them for the cycle's report)."""
         player_rows = []
         result_rows = []
+        updated = Outcome.UPDATED
         for result in results:
             outcome = result.outcome
-            result_rows.append({
-                "mac": result.mac, "outcome": outcome.value, "status": result.status,
-                "message": result.message, "attempts": result.attempts,
-                "duration": round(result.duration, 4),
-            })
-            if outcome in (Outcome.SKIPPED, Outcome.UP_TO_DATE):
+            if keep_for_report:
+                result_rows.append((result.mac, outcome.value, result.status, result.message,
+                                    result.attempts, round(result.duration, 4)))
+            if outcome is Outcome.SKIPPED or outcome is Outcome.UP_TO_DATE:
                 continue  # nothing was attempted
-            succeeded = outcome is Outcome.UPDATED
-            player_rows.append({
-                "mac": result.mac,
-                "applied": digest if succeeded else None,
-                "outcome": outcome.value,
-                "status": result.status,
-                "message": result.message,
-                "failed": 0 if succeeded else 1,
-                "failing_since": None if succeeded else now,
-                "now": now,
-                "success": now if succeeded else None,
-            })
+            if outcome is updated:
+                player_rows.append((result.mac, digest, outcome.value, result.status,
+                                    result.message, 0, None, now, now, now))
+            else:
+                player_rows.append((result.mac, None, outcome.value, result.status,
+                                    result.message, 1, now, now, now, None))
         if self.readonly:
             return
         with self.db:
