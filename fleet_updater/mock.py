@@ -44,6 +44,12 @@ from .errors import ConfigError
 from .players import canonical_mac, read_players
 from .profile import profile_problems
 
+__all__ = [
+    "DEFAULT_RESPONSES", "MAX_BODY_BYTES", "REQUIRED_ENTRIES", "CannedResponse", "Faults",
+    "MockConfig", "MockState", "RunningMock", "create_app", "load_catalogue",
+    "make_mock_server", "mock_state", "start_mock_server", "validation_detail",
+]
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESPONSES = Path(__file__).resolve().parent.parent / "responses.json"
@@ -128,9 +134,10 @@ class Faults:
     def describe(self) -> str:
         parts = []
         if self.latency_ms or self.jitter_ms:
-            parts.append(f"latency {self.latency_ms:g} ms + 0..{self.jitter_ms:g} ms")
+            jitter = f" + 0..{self.jitter_ms:g} ms" if self.jitter_ms else ""
+            parts.append(f"latency {self.latency_ms:g} ms{jitter}")
         if self.error_rate:
-            parts.append(f"{self.error_rate:.0%} of PUTs answer 500")
+            parts.append(f"{self.error_rate * 100:g}% of PUTs answer 500")
         if self.token_ttl is not None:
             parts.append(f"tokens expire {self.token_ttl:g} s after first use")
         if self.rate_limit is not None:
@@ -183,7 +190,8 @@ class MockConfig:
             self.faults()
         except ConfigError as exc:
             problems += exc.problems
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+        if self.seed is not None and (not isinstance(self.seed, int)
+                                      or isinstance(self.seed, bool)):
             problems.append(f"seed must be a whole number, not {self.seed!r}")
         if problems:
             raise ConfigError(problems)
@@ -277,7 +285,8 @@ def load_catalogue(path: str | Path = DEFAULT_RESPONSES) -> dict[str, CannedResp
             catalogue[name] = entry
     for name, status in REQUIRED_ENTRIES.items():
         if name not in document:
-            problems.append(f"{label}: entry {name!r} is missing (the mock answers {status} with it)")
+            problems.append(f"{label}: entry {name!r} is missing "
+                            f"(the mock answers {status} with it)")
         elif name in catalogue and catalogue[name].status != status:
             problems.append(f"{label}: entry {name!r}: statusCode must be {status} "
                             f"(the mock answers {status} with it), not {catalogue[name].status}")
@@ -476,7 +485,8 @@ class KeysFile:
             raise ConfigError(f"keys file {path}: not UTF-8 text ({exc.reason})") from None
         except OSError as exc:
             raise ConfigError(f"keys file {path}: cannot be read: {exc.strerror or exc}") from None
-        missing = [name for name in ("CLIENT_ID", "AUTH_TOKEN") if not (values.get(name) or "").strip()]
+        missing = [name for name in ("CLIENT_ID", "AUTH_TOKEN")
+                   if not (values.get(name) or "").strip()]
         if missing:
             raise ConfigError(f"keys file {path}: {' and '.join(missing)} missing or empty")
         return signature, Credentials(values["CLIENT_ID"].strip(), values["AUTH_TOKEN"].strip())
@@ -491,13 +501,11 @@ class KeysFile:
             return self._credentials
         with self._lock:
             if signature != self._signature:
-                previous = self._signature
-                self._signature = signature
+                self._signature = signature  # so a bad file is reported once, not per request
                 try:
                     _, self._credentials = self._read()
                 except ConfigError as exc:
-                    if previous is not None:
-                        logger.warning("%s; keeping the previous credentials", exc)
+                    logger.warning("%s; keeping the previous credentials", exc)
                 else:
                     logger.info("keys file %s changed: credentials read again", self.path)
             return self._credentials
@@ -677,8 +685,8 @@ def create_app(config: MockConfig | None = None) -> Flask:
         if wanted is not None:
             entry = catalogue.get(wanted.strip())
             if entry is None:
-                return answer("bad_request",
-                              message=f"{MOCK_RESPONSE_HEADER} names no catalogue entry: {wanted!r}")
+                return answer("bad_request", message=f"{MOCK_RESPONSE_HEADER} names no "
+                                                     f"catalogue entry: {wanted!r}")
             return entry.render(mac=mac)
         retry_after = state.over_rate_limit()
         if retry_after is not None:
