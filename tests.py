@@ -4,6 +4,7 @@ The cases live in ``testsuite/test_*.py``, one module per part of the package; t
 collects them so the one documented command runs everything.
 """
 
+import logging
 import sys
 import unittest
 from pathlib import Path
@@ -12,6 +13,8 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_tests(loader: unittest.TestLoader, standard_tests, pattern):
+    # Log records a test does not capture go nowhere, instead of onto the test report.
+    logging.getLogger().addHandler(logging.NullHandler())
     suite = unittest.TestSuite()
     suite.addTests(loader.discover(str(HERE / "testsuite"), pattern="test_*.py",
                                    top_level_dir=str(HERE)))

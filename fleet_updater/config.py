@@ -206,8 +206,11 @@ class Settings:
     report: Path | None = None
     ca_bundle: Path | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
+    use_environment: bool = True  # False: credentials from the keys file only (the demo)
 
     def credential_source(self, environ: Mapping[str, str] | None = None) -> CredentialSource:
+        if environ is None and not self.use_environment:
+            environ = {}
         return CredentialSource(self.keys, environ, file_required=self.keys_required)
 
     def problems(self) -> list[str]:

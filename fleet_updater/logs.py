@@ -142,3 +142,15 @@ def configure(verbosity: int = 0, log_file: str | Path | None = None,
     library_level = logging.DEBUG if verbosity >= 2 else logging.WARNING
     for name in ("urllib3", "requests", "werkzeug"):
         logging.getLogger(name).setLevel(library_level)
+
+
+def reset() -> None:
+    """Remove the handlers ``configure()`` installed (tests call this to stay quiet)."""
+    global _live_line
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.addHandler(logging.NullHandler())
+    root.setLevel(logging.WARNING)
+    _live_line = None

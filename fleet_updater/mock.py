@@ -463,7 +463,9 @@ class KeysFile:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
-        self._signature, self._credentials = self._read()
+        # (signature, credentials), replaced as one: a thread that sees the new signature
+        # must also see the new credentials, or a request racing a rotation gets a 401.
+        self._published = self._read()
 
     def _signature_now(self) -> tuple[int, int, int]:
         stat = self.path.stat()
@@ -497,18 +499,22 @@ class KeysFile:
             signature = self._signature_now()
         except OSError:
             signature = None
-        if signature == self._signature:
-            return self._credentials
+        published = self._published
+        if signature == published[0]:
+            return published[1]
         with self._lock:
-            if signature != self._signature:
-                self._signature = signature  # so a bad file is reported once, not per request
+            published = self._published
+            if signature != published[0]:
                 try:
-                    _, self._credentials = self._read()
+                    _, credentials = self._read()
                 except ConfigError as exc:
+                    # Reported once: the bad file's signature is published with the old keys.
                     logger.warning("%s; keeping the previous credentials", exc)
+                    credentials = published[1]
                 else:
                     logger.info("keys file %s changed: credentials read again", self.path)
-            return self._credentials
+                self._published = published = (signature, credentials)
+            return published[1]
 
 
 # ----------------------------------------------------------------------------------- state

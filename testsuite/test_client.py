@@ -343,7 +343,7 @@ class SecretsTest(ClientTestCase):
     def test_token_never_logged_even_at_debug(self):
         stream = io.StringIO()
         logs.configure(verbosity=2, stream=stream)
-        self.addCleanup(logs.configure, 0)
+        self.addCleanup(logs.reset)
         script = sequence(Reply(503, ERROR_500), Reply(reset=True), Reply(401, {"statusCode": 401}))
         self.put(script)
         self.put(contract_script())

@@ -38,7 +38,7 @@ class CycleTestCase(TempDirTestCase):
         env = mock.patch.dict(os.environ, clean_env(), clear=True)
         env.start()
         self.addCleanup(env.stop)
-        self.addCleanup(logs.configure, 0)
+        self.addCleanup(logs.reset)
 
     def write_players(self, macs, extra=""):
         return self.write("players.csv", "mac_addresses, id1\r\n"

@@ -252,7 +252,7 @@ class LockTest(ProcessTestCase):
         err = io.StringIO()
         cwd = os.getcwd()
         os.chdir(self.tmp)
-        self.addCleanup(logs.configure, 0)
+        self.addCleanup(logs.reset)
         try:
             with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
                 code = cli.main(list(argv))
