@@ -77,7 +77,8 @@ class CredentialSource:
             raise ConfigError(f"keys file {path}: is a directory")
         try:
             with path.open("r", encoding="utf-8-sig") as handle:
-                values = dotenv_values(stream=handle)
+                # interpolate=False: a token holding '$' is taken literally, as the API does.
+                values = dotenv_values(stream=handle, interpolate=False)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"keys file {path}: cannot be read: {exc}") from None
         return {key: value for key, value in values.items() if value is not None}

@@ -24,8 +24,11 @@ _COLON_OR_DASH = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}")
 _CISCO_DOTTED = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
 _BARE_HEX = re.compile(r"[0-9a-f]{12}")
 # A header cell starts with a letter and holds words, never ':' (which would make it a
-# mangled MAC rather than a column name).
-_HEADER_CELL = re.compile(r"[^\W\d_][\w .#()/-]*")
+# mangled MAC rather than a column name), and has a letter that is not a hex digit (so a
+# truncated bare MAC such as "deadbeef12" is a bad row, not a header).
+_HEADER_CELL = re.compile(r"(?=.*[g-zG-Z])[^\W\d_][\w .#()/-]*")
+# Syntactically MACs, but never a player's: reported as bad rows.
+_NOT_A_DEVICE = {"00:00:00:00:00:00": "all zeros", "ff:ff:ff:ff:ff:ff": "the broadcast address"}
 
 DISPLAY_WIDTH = 40
 
@@ -150,6 +153,10 @@ def iter_rows(lines: Iterable[str], report: ScanReport) -> Iterator[tuple[int, s
         mac = canonical_mac(cell)
         if mac is not None:
             first_content_row = False
+            if mac in _NOT_A_DEVICE:
+                report.add_invalid(RowProblem(line, cell, f"not a player's MAC address "
+                                                          f"({_NOT_A_DEVICE[mac]})"))
+                continue
             yield line, mac
             continue
         stripped = cell.strip()

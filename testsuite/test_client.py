@@ -290,6 +290,10 @@ class CredentialReloadTest(ClientTestCase):
         with self.assertRaisesRegex(ConfigError, "not found"):
             CredentialSource(self.tmp / "nope.conf", environ={}, file_required=True).load()
 
+    def test_token_is_taken_literally(self):
+        self.write("keys.conf", "CLIENT_ID=c\nAUTH_TOKEN=abc$HOME${USER}x\n")
+        self.assertEqual(CredentialSource(self.keys, environ={}).load().token, "abc$HOME${USER}x")
+
     def test_credentials_repr_hides_the_token(self):
         credentials = CredentialSource(self.keys, environ={}).load()
         self.assertNotIn(TOKEN, repr(credentials))

@@ -82,6 +82,10 @@ class RowsTest(unittest.TestCase):
         ("header only", "mac_addresses, id1\n", [], [], "mac_addresses"),
         ("a later header-like row is a bad row", "a1:bb:cc:dd:ee:ff\nmac\n", [(1, CANONICAL)], [(2, "mac")], None),
         ("first row garbage is not a header", "zz:zz\na1:bb:cc:dd:ee:ff\n", [(2, CANONICAL)], [(1, "zz:zz")], None),
+        ("truncated bare MAC is not a header", "deadbeef12\na1:bb:cc:dd:ee:ff\n", [(2, CANONICAL)],
+         [(1, "deadbeef12")], None),
+        ("all zeros and broadcast are not players", "00:00:00:00:00:00\nFF-FF-FF-FF-FF-FF\n", [],
+         [(1, "00:00:00:00:00:00"), (2, "FF-FF-FF-FF-FF-FF")], None),
         ("duplicates are kept here", "a1:bb:cc:dd:ee:ff\nA1-BB-CC-DD-EE-FF\n", [(1, CANONICAL), (2, CANONICAL)], [], None),
     ]
 
