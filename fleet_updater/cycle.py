@@ -205,6 +205,8 @@ def run_cycle(settings: Settings, state: StateStore, *, stop: threading.Event | 
         elif stop.is_set() and report.counts.get(Outcome.SKIPPED.value):
             report.stopped = "stop requested"
             status = "stopped" if status == "done" else status
+        elif report.stopped:  # the API was unreachable
+            status = "unreachable" if status == "done" else status
         report.duration = clock() - started
         state.end_cycle(report.cycle_id, wall(), status, int(report.exit_status),
                         {k: v for k, v in report.counts.items() if v})
@@ -252,14 +254,16 @@ def _send_all(pending: Iterator[tuple[int, str]], client: ProfileClient, profile
     jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()
     results: queue.SimpleQueue[PlayerResult] = queue.SimpleQueue()
 
+    halt = threading.Event()  # this cycle only: the API is unreachable
+
     def worker() -> None:
         go.wait()
         while True:
             mac = jobs.get()
             if mac is None:
                 return
-            if stop.is_set():
-                results.put(PlayerResult(mac, Outcome.SKIPPED, None, "not sent: stop requested"))
+            if stop.is_set() or halt.is_set():
+                results.put(PlayerResult(mac, Outcome.SKIPPED, None, "not sent: cycle stopped"))
                 continue
             try:
                 result = client.put_profile(mac, profile)
@@ -270,6 +274,11 @@ def _send_all(pending: Iterator[tuple[int, str]], client: ProfileClient, profile
 
     sent = 0
     outstanding = 0  # queued or in flight
+    # Players in a row with no HTTP answer at all (refused, reset, timed out, after every
+    # retry) before the cycle gives up on an API that is down, instead of spending every
+    # player's retries on it.
+    silent = 0
+    unreachable_after = max(2 * workers, 20)
     canary_answered = not canary
     exhausted = False
     stop_noted = False
@@ -285,7 +294,7 @@ def _send_all(pending: Iterator[tuple[int, str]], client: ProfileClient, profile
         while True:
             limit = ahead if canary_answered else 1
             while (not exhausted and outstanding < limit and not stop.is_set()
-                   and not credentials.dead):
+                   and not halt.is_set() and not credentials.dead):
                 try:
                     _, mac = next(pending)
                 except StopIteration:
@@ -310,6 +319,15 @@ def _send_all(pending: Iterator[tuple[int, str]], client: ProfileClient, profile
                 outstanding -= 1
                 sink.add(result)
                 canary_answered = True
+                if result.status is None and result.outcome is Outcome.FAILED:
+                    silent += 1
+                    if silent >= unreachable_after and not halt.is_set():
+                        halt.set()
+                        sink.report.stopped = f"API unreachable ({result.message})"
+                        log.error("the API at %s gave no answer to %d players in a row (%s): "
+                                  "stopping this cycle", client.api_url, silent, result.message)
+                elif result.status is not None:
+                    silent = 0
                 try:
                     result = results.get_nowait()
                 except queue.Empty:

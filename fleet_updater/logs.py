@@ -138,8 +138,10 @@ def configure(verbosity: int = 0, log_file: str | Path | None = None,
         file_handler.setFormatter(RedactingFormatter(
             "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
         root.addHandler(file_handler)
-    # The HTTP libraries' debug lines (one per connection and retry) only at -vv.
-    library_level = logging.DEBUG if verbosity >= 2 else logging.WARNING
+    # The HTTP libraries speak only at -vv: urllib3 logs every retry as a WARNING, which
+    # would flood the console when an API is down; the updater logs its own retries at
+    # debug level and names every failure in the cycle's summary.
+    library_level = logging.DEBUG if verbosity >= 2 else logging.ERROR
     for name in ("urllib3", "requests", "werkzeug"):
         logging.getLogger(name).setLevel(library_level)
 

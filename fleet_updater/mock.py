@@ -41,6 +41,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from .errors import ConfigError
+from .files import read_text
 from .players import canonical_mac, read_players
 from .profile import profile_problems
 
@@ -247,16 +248,7 @@ def load_catalogue(path: str | Path = DEFAULT_RESPONSES) -> dict[str, CannedResp
     """Read and check ``responses.json``; ConfigError lists every problem, entry by entry."""
     path = Path(path)
     label = path.name
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"responses file {path}: not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"responses file {path}: is a directory, not a JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{label}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise ConfigError(f"responses file {path}: cannot be read: {exc.strerror or exc}") from None
+    text = read_text(path, "responses file")
 
     duplicates: list[str] = []
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import read_text
 
 _TOP_KEYS = {"profile"}
 _PROFILE_KEYS = {"applications"}
@@ -137,16 +138,7 @@ def profile_from_document(document: Any, source: str = "profile") -> Profile:
 def load_profile(path: str | Path) -> Profile:
     """Read and validate ``profile.json``; InputError names the file and every problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"profile {path}: not found") from None
-    except IsADirectoryError:
-        raise InputError(f"profile {path}: is a directory, not a JSON file") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"profile {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise InputError(f"profile {path}: cannot be read: {exc.strerror or exc}") from None
+    text = read_text(path, "profile", InputError)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import threading
 import unittest
@@ -188,6 +189,20 @@ class OnceTest(CycleTestCase):
         self.assertEqual(code, 3)
         self.assertLessEqual(len(server.seen), 10 + 4 + 1)
         self.assertIn("skipped", err)
+
+
+class UnreachableTest(CycleTestCase):
+    def test_an_api_that_is_down_stops_the_cycle_early(self):
+        self.write_players([f"c1:bb:cc:dd:{i // 256:02x}:{i % 256:02x}" for i in range(600)])
+        with ScriptedServer() as server:
+            url = server.url  # closed again: connections are refused
+        code, _, err = self.main("--once", "--workers", "4", "--retries", "1", "--api-url", url)
+        self.assertEqual(code, 1)
+        self.assertIn("gave no answer to 20 players in a row", err)
+        self.assertIn("stopped: API unreachable (connection refused)", err)
+        failed = int(re.search(r"(\d+) failed, (\d+) skipped", err).group(1))
+        self.assertLess(failed, 40, "the cycle did not spend every player's retries")
+        self.assertNotIn("Retrying", err, "urllib3's own retry warnings stay quiet")
 
 
 class SetupErrorTest(CycleTestCase):
