@@ -1,11 +1,11 @@
 """The API client: one PUT per player, with retries, timeouts and credential reload.
 
-Retries of transient failures are urllib3's ``Retry`` policy mounted on the session's
-adapter (a subclass only adds an injectable sleeper, a cap on ``Retry-After`` and jitter
-from the first retry). What ``Retry`` cannot see, an answer whose body is not JSON, is
-retried here against the same budget. A 401 is not a transient failure: the credentials
-are read again (see :class:`CredentialManager`) and the request is retried only if they
-changed. Library exceptions stop at this module: callers get a :class:`PlayerResult`.
+Retries of transient failures are urllib3's ``Retry`` policy, mounted on urllib3's
+connection pool (a subclass only adds an injectable sleeper, a cap on ``Retry-After`` and
+jitter from the first retry). What ``Retry`` cannot see, an answer whose body is not JSON,
+is retried here against the same budget. A 401 is not a transient failure: the
+credentials are read again (see :class:`CredentialManager`) and the request is retried only
+if they changed. Library exceptions stop at this module: callers get a :class:`PlayerResult`.
 """
 
 from __future__ import annotations
