@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from .errors import InputError
+from .files import named_errors
 
 _COLON_OR_DASH = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}")
 _CISCO_DOTTED = re.compile(r"[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}")
@@ -196,17 +197,11 @@ def _sniff_encoding(path: Path) -> str:
 def open_players(path: str | Path) -> Iterator[TextIO]:
     """Open a players CSV for streaming, or raise InputError naming the file and problem."""
     path = Path(path)
-    try:
+    with named_errors(path, "players file", InputError):
         encoding = _sniff_encoding(path)
         # newline="" lets csv see CR, LF and CRLF line ends itself; undecodable bytes
         # become U+FFFD so a stray Latin-1 cell is one bad row, not a crash.
         handle = path.open("r", encoding=encoding, errors="replace", newline="")
-    except FileNotFoundError:
-        raise InputError(f"players file {path}: not found") from None
-    except IsADirectoryError:
-        raise InputError(f"players file {path}: is a directory, not a CSV file") from None
-    except OSError as exc:
-        raise InputError(f"players file {path}: cannot be read: {exc.strerror or exc}") from None
     with handle:
         yield handle
 
