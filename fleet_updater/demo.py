@@ -72,6 +72,8 @@ def run_demo(verbosity: int = 0, workers: int = DEFAULT_WORKERS) -> ExitStatus:
                                 api_url=mock.url, state=folder / "state.sqlite3",
                                 workers=workers, backoff=0.05, retry_after_max=1.0, retries=4,
                                 use_environment=False)
+            if settings.problems():
+                raise ConfigError(settings.problems())
             stop = threading.Event()
             with StopSignals(stop) as signals, StateStore.open(settings.state) as state:
                 report = run_cycle(settings, state, stop=stop)
