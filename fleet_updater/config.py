@@ -75,6 +75,7 @@ class CredentialSource:
             return {}
         if path.is_dir():
             raise ConfigError(f"keys file {path}: is a directory")
+        _warn_if_shared(path)
         try:
             with path.open("r", encoding="utf-8-sig") as handle:
                 # interpolate=False: a token holding '$' is taken literally, as the API does.
@@ -116,6 +117,23 @@ class CredentialSource:
         except ConfigError:
             return None
         return value.strip() if value else None
+
+
+_warned_shared: set[str] = set()
+
+
+def _warn_if_shared(path: Path) -> None:
+    """On POSIX, say once if other users can read the keys file (it holds the token)."""
+    if os.name != "posix" or str(path) in _warned_shared:
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        _warned_shared.add(str(path))
+        log.warning("keys file %s can be read by other users (mode %o): chmod 600 %s",
+                    path, mode & 0o777, path)
 
 
 class CredentialManager:

@@ -46,12 +46,15 @@ def run_demo(verbosity: int = 0, workers: int = DEFAULT_WORKERS) -> ExitStatus:
     from .state import StateStore
 
     players_csv = _project_file("players.csv")
-    keys = _project_file("keys.conf.example")
+    sample_keys = _project_file("keys.conf.example")
     profile = _project_file("profile.json")
     known, _ = read_players(players_csv)
 
     with tempfile.TemporaryDirectory(prefix="fleet-demo-") as tmp:
         folder = Path(tmp)
+        keys = folder / "keys.conf"  # the sample credentials, private like a real keys file
+        keys.write_text(sample_keys.read_text(encoding="utf-8"), encoding="utf-8")
+        keys.chmod(0o600)
         demo_csv = folder / "players.csv"
         text = players_csv.read_text(encoding="utf-8-sig")
         if not text.endswith("\n"):

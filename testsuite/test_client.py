@@ -294,6 +294,23 @@ class CredentialReloadTest(ClientTestCase):
         self.write("keys.conf", "CLIENT_ID=c\nAUTH_TOKEN=abc$HOME${USER}x\n")
         self.assertEqual(CredentialSource(self.keys, environ={}).load().token, "abc$HOME${USER}x")
 
+    @unittest.skipUnless(os.name == "posix", "file modes are POSIX")
+    def test_a_keys_file_others_can_read_is_warned_about_once(self):
+        from fleet_updater import config
+
+        config._warned_shared.discard(str(self.keys))
+        self.keys.chmod(0o644)
+        with self.assertLogs("fleet_updater.config", level="WARNING") as captured:
+            CredentialSource(self.keys, environ={}).load()
+            CredentialSource(self.keys, environ={}).load()
+        self.assertEqual(len(captured.output), 1)
+        self.assertIn("chmod 600", captured.output[0])
+        self.assertNotIn(TOKEN, captured.output[0])
+        self.keys.chmod(0o600)
+        config._warned_shared.discard(str(self.keys))
+        with self.assertNoLogs("fleet_updater.config", level="WARNING"):
+            CredentialSource(self.keys, environ={}).load()
+
     def test_credentials_repr_hides_the_token(self):
         credentials = CredentialSource(self.keys, environ={}).load()
         self.assertNotIn(TOKEN, repr(credentials))
