@@ -217,7 +217,10 @@ class SignalTest(ProcessTestCase):
 @unittest.skipIf(sys.platform == "win32", "SIGKILL is POSIX")
 class CrashTest(ProcessTestCase):
     def test_sigkill_mid_cycle_loses_nothing_and_resends_nothing_recorded(self):
-        slow = lambda seen, index: Reply(200, json.loads(seen.body), delay=0.01)  # noqa: E731
+        # Slow enough (400 x 50 ms / 4 workers = 5 s) that even a loaded machine kills the
+        # cycle in its middle; the restarted cycle gets fast answers.
+        delay = [0.05]
+        slow = lambda seen, index: Reply(200, json.loads(seen.body), delay=delay[0])  # noqa: E731
         with ScriptedServer(slow) as server:
             process = self.spawn("--once", "--workers", "4", "--api-url", server.url)
             deadline = time.monotonic() + 60
@@ -235,6 +238,7 @@ class CrashTest(ProcessTestCase):
             connection.close()
 
             before = server.count()
+            delay[0] = 0.0
             restarted = self.spawn("--once", "--workers", "8", "--api-url", server.url)
             _, stderr = restarted.communicate(timeout=60)
             self.assertEqual(restarted.returncode, 0, stderr)
