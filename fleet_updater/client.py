@@ -46,6 +46,7 @@ from .results import Outcome, PlayerResult
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_MAX = 30.0  # seconds: the longest wait between two tries, Retry-After aside
 USER_AGENT = f"fleet-updater/{__version__}"
 MAX_MESSAGE = 200
 # How many times one request may switch to reloaded credentials before giving up.
@@ -118,7 +119,7 @@ def backoff_delay(retry_number: int, factor: float, cap: float, rng: random.Rand
 
 
 def make_retry(retries: int, backoff: float = DEFAULT_BACKOFF, *, sleeper: Sleeper = time.sleep,
-               retry_after_cap: float = DEFAULT_RETRY_AFTER_MAX, backoff_max: float = 30.0,
+               retry_after_cap: float = DEFAULT_RETRY_AFTER_MAX, backoff_max: float = BACKOFF_MAX,
                rng: random.Random | None = None) -> PacedRetry:
     """The retry policy of every request: ``retries`` retries of a transient failure."""
     return PacedRetry(
@@ -327,10 +328,6 @@ class ProfileClient:
         self._headers_for = (generation, headers)
         return headers
 
-    def url_for(self, mac: str) -> str:
-        self._check(mac)
-        return f"{self.api_url}/profiles/clientId:{mac}"
-
     @staticmethod
     def _check(mac: str) -> None:
         if canonical_mac(mac) != mac:
@@ -350,7 +347,6 @@ class ProfileClient:
 
     def put_profile(self, mac: str, profile: Profile) -> PlayerResult:
         """PUT ``profile`` on the player ``mac`` (canonical form); never raises for I/O."""
-        self._check(mac)
         started = self.clock()
         attempts = 0
         switches = 0
@@ -395,7 +391,7 @@ class ProfileClient:
             if (document is _NOT_JSON and status not in TRANSIENT_STATUSES and status != 204
                     and not 300 <= status < 400 and attempts <= self.retries):
                 # A proxy's HTML page or a truncated answer: transient, same budget.
-                delay = backoff_delay(attempts, self.backoff, 30.0, self.rng)
+                delay = backoff_delay(attempts, self.backoff, BACKOFF_MAX, self.rng)
                 log.debug("PUT %s -> %d with a body that is not JSON; retry in %.2f s",
                           mac, status, delay)
                 try:

@@ -20,6 +20,7 @@ from dotenv import dotenv_values
 
 from . import logs
 from .errors import ConfigError
+from .files import named_errors
 
 log = logging.getLogger(__name__)
 
@@ -61,27 +62,23 @@ class CredentialSource:
     """
 
     def __init__(self, keys_path: str | Path, environ: Mapping[str, str] | None = None,
-                 file_required: bool = False):
+                 file_required: bool = False, check_mode: bool = True):
         self.keys_path = Path(keys_path)
         self.environ = os.environ if environ is None else environ
         self.file_required = file_required
+        self.check_mode = check_mode  # warn when other users can read the file
 
     def read_file(self) -> dict[str, str]:
         """The keys file's values; empty when it is absent and not required."""
         path = self.keys_path
-        if not path.exists():
-            if self.file_required:
-                raise ConfigError(f"keys file {path}: not found")
+        if not path.exists() and not self.file_required:
             return {}
-        if path.is_dir():
-            raise ConfigError(f"keys file {path}: is a directory")
-        _warn_if_shared(path)
-        try:
+        with named_errors(path, "keys file"):
             with path.open("r", encoding="utf-8-sig") as handle:
+                if self.check_mode:
+                    _warn_if_shared(path)
                 # interpolate=False: a token holding '$' is taken literally, as the API does.
                 values = dotenv_values(stream=handle, interpolate=False)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"keys file {path}: cannot be read: {exc}") from None
         return {key: value for key, value in values.items() if value is not None}
 
     def load(self) -> Credentials:
@@ -96,10 +93,11 @@ class CredentialSource:
                 found[name], origin[name] = values[name].strip(), f"keys file {self.keys_path}"
         missing = [name for name in ("CLIENT_ID", "AUTH_TOKEN") if not found.get(name)]
         if missing:
-            where = f"keys file {self.keys_path}" + ("" if self.keys_path.exists() else " (not found)")
+            where = ("the environment or " if self.environ else "") + f"keys file {self.keys_path}"
+            where += "" if self.keys_path.exists() else " (not found)"
             raise ConfigError(
-                f"credentials missing: {' and '.join(missing)} not set in the environment "
-                f"or in {where}; copy keys.conf.example to keys.conf and fill it in"
+                f"credentials missing: {' and '.join(missing)} not set in {where}; "
+                f"copy keys.conf.example to keys.conf and fill it in"
             )
         bad = [f"{name} from the {origin[name]} has a character not allowed in an HTTP header"
                for name in ("CLIENT_ID", "AUTH_TOKEN") if not _HEADER_VALUE.fullmatch(found[name])]

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 from .client import ProfileClient, Sleeper, stop_aware_sleeper
 from .config import CredentialManager, Settings
 from .errors import ConfigError, InputError
+from .files import named_errors
 from .logs import live_line
 from .players import ScanReport, open_players, scan_players
 from .profile import Profile, load_profile
@@ -61,7 +62,7 @@ class CycleReport:
     counts: Counter = field(default_factory=Counter)
     failures: list[PlayerResult] = field(default_factory=list)
     failures_total: int = 0
-    stopped: str | None = None  # "interrupted", "credentials rejected"
+    stopped: str | None = None  # why it ended early: "stop requested", "credentials rejected", ...
     credentials_rejected: bool = False
     roster: dict = field(default_factory=dict)
     duration: float = 0.0
@@ -81,12 +82,9 @@ class CycleReport:
 
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise InputError(f"players file {path}: cannot be read: {exc.strerror or exc}") from None
+    with named_errors(path, "players file", InputError), path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()[:16]
 
 

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from dotenv import dotenv_values
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
 
 from .errors import ConfigError
-from .files import read_text
+from .config import Credentials, CredentialSource
+from .files import named_errors, read_text
 from .players import canonical_mac, read_players
 from .profile import profile_problems
 
@@ -435,15 +435,6 @@ def _application_detail(index: int, app: Any) -> str | None:
 # ---------------------------------------------------------------------------- credentials
 
 
-@dataclass(frozen=True)
-class Credentials:
-    client_id: str
-    token: str
-
-    def __repr__(self) -> str:
-        return f"Credentials(client_id={self.client_id!r}, token=<hidden>)"
-
-
 class KeysFile:
     """The credentials of a dotenv keys file, read again whenever the file changes.
 
@@ -464,26 +455,12 @@ class KeysFile:
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
     def _read(self) -> tuple[tuple[int, int, int], Credentials]:
-        path = self.path
-        try:
+        # The same reading as the updater's (dotenv, UTF-8 with or without a byte-order
+        # mark, values taken literally), from the file alone: the mock ignores the environment.
+        with named_errors(self.path, "keys file"):
             signature = self._signature_now()
-            if path.is_dir():
-                raise ConfigError(f"keys file {path}: is a directory, not a dotenv file")
-            # utf-8-sig: Notepad's byte-order mark must not become part of the first name.
-            # interpolate=False: a token holding '$' is taken literally.
-            values = dotenv_values(path, encoding="utf-8-sig", interpolate=False)
-        except FileNotFoundError:
-            raise ConfigError(f"keys file {path}: not found (keys.conf.example is the "
-                              "template: copy it, or pass --keys)") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"keys file {path}: not UTF-8 text ({exc.reason})") from None
-        except OSError as exc:
-            raise ConfigError(f"keys file {path}: cannot be read: {exc.strerror or exc}") from None
-        missing = [name for name in ("CLIENT_ID", "AUTH_TOKEN")
-                   if not (values.get(name) or "").strip()]
-        if missing:
-            raise ConfigError(f"keys file {path}: {' and '.join(missing)} missing or empty")
-        return signature, Credentials(values["CLIENT_ID"].strip(), values["AUTH_TOKEN"].strip())
+        source = CredentialSource(self.path, environ={}, file_required=True, check_mode=False)
+        return signature, source.load()
 
     def current(self) -> Credentials:
         """The credentials in force now, reading the file again if it changed."""
