@@ -36,6 +36,7 @@ from .config import (
     DEFAULT_TIMEOUT,
     CredentialManager,
     CredentialSource,
+    is_loopback_url,
     validate_api_url,
 )
 from .errors import ConfigError, InputError, Interrupted
@@ -297,8 +298,9 @@ class ProfileClient:
                 options["ca_cert_dir"] = bundle
             else:
                 options["ca_certs"] = bundle or _default_ca_bundle()
-        proxy = requests.utils.get_environ_proxies(self.api_url).get(
-            urlsplit(self.api_url).scheme)
+        # A proxy cannot reach this machine's loopback: never send loopback through one.
+        proxy = None if is_loopback_url(self.api_url) else requests.utils.get_environ_proxies(
+            self.api_url).get(urlsplit(self.api_url).scheme)
         if proxy:
             return urllib3.ProxyManager(proxy, **options), None
         manager = urllib3.PoolManager(**options)
