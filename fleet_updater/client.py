@@ -61,7 +61,7 @@ class StopRequested(Interrupted):
 
 
 class PacedRetry(Retry):
-    """urllib3's Retry with an injectable sleeper, a capped Retry-After and full jitter.
+    """urllib3's Retry with an injectable sleeper, a capped Retry-After and jitter.
 
     Backoff before retry n (1-based) is ``backoff_factor * 2**(n-1)``, capped at
     ``backoff_max``, then drawn uniformly from its upper half (jitter spreads a fleet's
@@ -105,7 +105,7 @@ class PacedRetry(Retry):
         last = self.history[-1] if self.history else None
         if last is not None:
             cause = f"HTTP {last.status}" if last.status else type(last.error).__name__
-            log.debug("retry %d of PUT %s after %s, in %.2f s (%s)",
+            log.debug("retry %d of %s after %s, in %.2f s (%s)",
                       len(self.history), last.url, cause, delay, source)
         if delay > 0:
             self.sleeper(delay)
